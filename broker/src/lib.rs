@@ -150,3 +150,17 @@ fn http_request(request: HttpRequest) -> HttpResponse {
 }
 
 ic_cdk::export_candid!();
+
+#[cfg(test)]
+mod candid_interface {
+    use candid_parser::utils::{service_equal, CandidSource};
+
+    #[test]
+    fn should_match_the_checked_in_did() {
+        let did = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../broker.did");
+        let exported = super::__export_service();
+        if let Err(e) = service_equal(CandidSource::Text(&exported), CandidSource::File(&did)) {
+            panic!("broker.did differs from the exported service: {e:?}\n--- exported ---\n{exported}");
+        }
+    }
+}

@@ -490,7 +490,10 @@ impl<M: Memory> Broker<M> {
         now: u64,
     ) -> Result<Vec<Effect>, ManageError> {
         let mut rec = self.authorized_record(caller, is_controller, msg_id)?;
-        if !matches!(rec.state, MessageState::Failed | MessageState::Corrupted) {
+        // A message cancelled before its (late, corrupted) ACK has no payload left to send.
+        if !matches!(rec.state, MessageState::Failed | MessageState::Corrupted)
+            || !self.payloads.contains_key(&IdKey(msg_id))
+        {
             return Err(ManageError::InvalidState { state: rec.state });
         }
         let usage = self.senders.get(&PrincipalKey(rec.sender)).unwrap_or_default();

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The one test command: formatting, lints, every test, the wasm builds and
+# their exports, and the simulation over many seeds with faults on.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+ensure_wasm_target
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+echo "== wasm builds"
+scripts/build.sh
+
+echo "== tests"
+export ASYNC_FLOW_REQUIRE_WASM=1
+if [ "$(test_runner)" = nextest ]; then
+  cargo nextest run --locked --workspace --no-fail-fast
+else
+  cargo test --locked --workspace --no-fail-fast
+fi
+# Doc tests (nextest does not run them): every public client-lib item has an example.
+cargo test --locked --workspace --doc
