@@ -31,7 +31,7 @@ pub const MAX_BATCH: usize = 100;
 
 fn open(arg: Option<ConfigUpdate>) {
     let rt = IcRuntime;
-    let broker = Broker::open(DefaultMemoryImpl::default(), rt.self_id(), arg, rt.time())
+    let broker = Broker::open(DefaultMemoryImpl::default(), ic_cdk::api::canister_self(), arg, rt.time())
         .unwrap_or_else(|e| ic_cdk::trap(format!("invalid init or upgrade argument: {e:?}")));
     install(broker);
     driver::rearm_after_upgrade(&rt);

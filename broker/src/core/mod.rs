@@ -590,7 +590,7 @@ impl<M: Memory> Broker<M> {
                 TargetLoad { target, in_flight: c.in_flight, queued: c.queued }
             })
             .collect();
-        targets.sort_by(|a, b| (b.in_flight as u64 + b.queued).cmp(&(a.in_flight as u64 + a.queued)));
+        targets.sort_by_key(|t| std::cmp::Reverse(t.in_flight as u64 + t.queued));
         targets.truncate(100);
         Stats {
             messages_by_state: MessageState::ALL.iter().map(|s| (*s, self.state.count(*s))).collect(),
