@@ -267,6 +267,8 @@ impl<M: Memory> Broker<M> {
         if !rec.notify_sender {
             rec.notification = SenderNotification::NotRequested;
         }
+        // The first NEW usually goes at once: keep a copy rather than read it back.
+        let first_new_payload = args.payload.clone();
         self.store_payload(msg_id, args.payload);
         self.by_sender.insert(PrincipalMsgKey { principal: caller, msg_id }, ());
         self.by_target.insert(PrincipalMsgKey { principal: t, msg_id }, ());
@@ -280,7 +282,7 @@ impl<M: Memory> Broker<M> {
         self.events.push(Event::Enqueued { msg_id, sender: caller, target: t, size: size as u32 });
 
         let mut effects = Vec::new();
-        self.admit(msg_id, rec, now, &mut effects);
+        self.admit(msg_id, rec, now, &mut effects, Some(first_new_payload));
         Ok((Accepted { msg_id, fee_cycles: fee }, effects))
     }
 
@@ -404,14 +406,22 @@ impl<M: Memory> Broker<M> {
     /// if more is due, [`Broker::next_deadline`] is `<= now`.
     pub fn on_timer(&mut self, now: u64, budget: &dyn WorkBudget) -> Vec<Effect> {
         let mut effects = Vec::new();
-        let mut done = 0;
-        while done < self.config.timer_batch_limit && !budget.exhausted() {
-            let Some((key, ())) = self.schedule.first_key_value() else { break };
-            if key.deadline > now {
+        // Handling an item only schedules deadlines after `now`, so the due
+        // keys can be read in one pass and handled afterwards.
+        let due: Vec<ScheduleKey> = self
+            .schedule
+            .keys()
+            .take_while(|k| k.deadline <= now)
+            .take(self.config.timer_batch_limit as usize)
+            .collect();
+        for key in due {
+            if budget.exhausted() {
                 break;
             }
-            self.schedule.remove(&key);
-            done += 1;
+            // A key that handling an earlier item moved is stale: skip it.
+            if self.schedule.remove(&key).is_none() {
+                continue;
+            }
             let Some(mut rec) = self.messages.get(&IdKey(key.msg_id)) else { continue };
             rec.deadline = None;
             self.on_due(key.msg_id, rec, now, &mut effects);
@@ -425,7 +435,7 @@ impl<M: Memory> Broker<M> {
             if rec.attempts >= rec.max_attempts {
                 self.dead_letter(id, &mut rec, now, effects);
             } else {
-                self.send_new(id, &mut rec, now, effects);
+                self.send_new(id, &mut rec, now, effects, None);
             }
         } else if rec.notification == SenderNotification::Pending {
             if rec.callback_in_flight {
@@ -516,7 +526,7 @@ impl<M: Memory> Broker<M> {
         self.set_state(msg_id, &mut rec, MessageState::Queued, now);
         self.events.push(Event::Retried { msg_id });
         let mut effects = Vec::new();
-        self.admit(msg_id, rec, now, &mut effects);
+        self.admit(msg_id, rec, now, &mut effects, None);
         self.flush();
         Ok(effects)
     }
@@ -710,14 +720,21 @@ impl<M: Memory> Broker<M> {
 
     /// A new or re-driven `Queued` message: send now if its target's window
     /// has room and nothing is queued before it, otherwise join the FIFO.
-    fn admit(&mut self, id: MsgId, mut rec: MessageRecord, now: u64, effects: &mut Vec<Effect>) {
+    fn admit(
+        &mut self,
+        id: MsgId,
+        mut rec: MessageRecord,
+        now: u64,
+        effects: &mut Vec<Effect>,
+        payload: Option<Vec<u8>>,
+    ) {
         let key = PrincipalKey(rec.target);
         let mut load = self.targets.get(&key).unwrap_or_default();
         if load.queued == 0 && load.in_flight < self.config.max_in_flight_per_target {
             load.in_flight += 1;
             self.targets.insert(key, load);
             self.set_state(id, &mut rec, MessageState::AwaitingAck, now);
-            self.send_new(id, &mut rec, now, effects);
+            self.send_new(id, &mut rec, now, effects, payload);
         } else {
             load.queued += 1;
             self.targets.insert(key, load);
@@ -727,8 +744,17 @@ impl<M: Memory> Broker<M> {
         self.messages.insert(IdKey(id), rec);
     }
 
-    fn send_new(&mut self, id: MsgId, rec: &mut MessageRecord, now: u64, effects: &mut Vec<Effect>) {
-        let payload = self.payloads.get(&IdKey(id)).expect("an undelivered message keeps its payload").0;
+    /// Sends NEW with `payload`, read from the payloads map when not given.
+    fn send_new(
+        &mut self,
+        id: MsgId,
+        rec: &mut MessageRecord,
+        now: u64,
+        effects: &mut Vec<Effect>,
+        payload: Option<Vec<u8>>,
+    ) {
+        let payload = payload
+            .unwrap_or_else(|| self.payloads.get(&IdKey(id)).expect("an undelivered message keeps its payload").0);
         rec.attempts += 1;
         if rec.attempts > 1 || rec.send_refusals > 0 {
             self.state.totals.retries += 1;
@@ -764,7 +790,7 @@ impl<M: Memory> Broker<M> {
             load.in_flight += 1;
             let mut next_rec = self.messages.get(&IdKey(next.msg_id)).expect("a queued message has a record");
             self.set_state(next.msg_id, &mut next_rec, MessageState::AwaitingAck, now);
-            self.send_new(next.msg_id, &mut next_rec, now, effects);
+            self.send_new(next.msg_id, &mut next_rec, now, effects, None);
             self.messages.insert(IdKey(next.msg_id), next_rec);
         }
         if load == TargetCounters::default() {
@@ -864,8 +890,13 @@ impl<M: Memory> Broker<M> {
     /// The sender has been told (or never will be): the message is done.
     fn finish_notification(&mut self, id: MsgId, rec: &mut MessageRecord, now: u64) {
         if rec.state == MessageState::Acked {
-            self.drop_payload(id);
-            self.drop_reply(id);
+            // The payload stayed only to be echoed; the reply only for the callback.
+            if rec.notify_sender && rec.include_sent_payload {
+                self.drop_payload(id);
+            }
+            if rec.notify_sender {
+                self.drop_reply(id);
+            }
             self.set_state(id, rec, MessageState::Delivered, now);
             self.state.totals.delivered += 1;
             self.events.push(Event::Delivered { msg_id: id });
@@ -883,8 +914,11 @@ impl<M: Memory> Broker<M> {
     /// Removes a tombstone and everything that points at it.
     fn collect(&mut self, id: MsgId, rec: &MessageRecord) {
         self.messages.remove(&IdKey(id));
-        self.drop_payload(id);
-        self.drop_reply(id);
+        // Delivered and Cancelled records dropped their blobs already.
+        if !matches!(rec.state, MessageState::Delivered | MessageState::Cancelled) {
+            self.drop_payload(id);
+            self.drop_reply(id);
+        }
         self.by_sender.remove(&PrincipalMsgKey { principal: rec.sender, msg_id: id });
         self.by_target.remove(&PrincipalMsgKey { principal: rec.target, msg_id: id });
         if rec.has_idempotency_key {
