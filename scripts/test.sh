@@ -25,3 +25,11 @@ else
 fi
 # Doc tests (nextest does not run them): every public client-lib item has an example.
 cargo test --locked --workspace --doc
+
+# The replica tests need a PocketIC server binary, which is not downloadable here.
+if [ -n "${POCKET_IC_BIN:-}" ]; then
+  echo "== PocketIC tests (POCKET_IC_BIN=$POCKET_IC_BIN)"
+  cargo test --locked -p async-flow-integration --features pocket-ic -- --test-threads 2
+else
+  echo "== PocketIC tests SKIPPED: POCKET_IC_BIN is not set (the simulation covers behaviour here)"
+fi

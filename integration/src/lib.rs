@@ -1,0 +1,1 @@
+//! PocketIC tests live in `tests/`; this crate has no library code.
