@@ -135,6 +135,17 @@ fn set_config(update: ConfigUpdate) -> Result<(), ManageError> {
     mutate_state(|b| b.set_config(update))
 }
 
+/// Ingress is paid by the broker, and only canisters send ACKs: refuse
+/// ingress ACKs before they execute. Not a security boundary (inspect_message
+/// runs on one node and does not see inter-canister calls); every check also
+/// lives in the method.
+#[ic_cdk::inspect_message]
+fn inspect_message() {
+    if ic_cdk::api::msg_method_name() != async_flow_client::protocol::method::ACK {
+        ic_cdk::api::accept_message();
+    }
+}
+
 #[ic_cdk::query]
 fn http_request(request: HttpRequest) -> HttpResponse {
     match request.url.split('?').next() {

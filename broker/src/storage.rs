@@ -24,11 +24,11 @@
 //! change often are small and fixed-size; payloads live apart, so a state
 //! change rewrites about a hundred bytes, never the payload.
 
+use async_flow_client::fixed_storable;
+pub use async_flow_client::storage::Blob;
+pub(crate) use async_flow_client::storage::{Reader, Writer, PRINCIPAL_BYTES};
 use async_flow_client::MsgId;
 use candid::Principal;
-use ic_stable_structures::storable::Bound;
-use ic_stable_structures::Storable;
-use std::borrow::Cow;
 
 /// The ids of the virtual memories. Never reuse a number.
 pub mod memory_id {
@@ -48,103 +48,6 @@ pub mod memory_id {
     pub const IDEMPOTENCY_OF: MemoryId = MemoryId::new(12);
     pub const PENDING: MemoryId = MemoryId::new(13);
 }
-
-/// Writes fixed-layout records; the reader below mirrors it.
-pub(crate) struct Writer(Vec<u8>);
-
-impl Writer {
-    pub fn with_capacity(n: usize) -> Self {
-        Self(Vec::with_capacity(n))
-    }
-    pub fn u8(mut self, v: u8) -> Self {
-        self.0.push(v);
-        self
-    }
-    pub fn u32(mut self, v: u32) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    pub fn u64(mut self, v: u64) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    pub fn u128(mut self, v: u128) -> Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    pub fn bytes(mut self, v: &[u8]) -> Self {
-        self.0.extend_from_slice(v);
-        self
-    }
-    /// A principal as one length byte and 29 bytes, zero-padded.
-    pub fn principal(mut self, p: &Principal) -> Self {
-        let raw = p.as_slice();
-        self.0.push(raw.len() as u8);
-        self.0.extend_from_slice(raw);
-        self.0.resize(self.0.len() + (PRINCIPAL_MAX - raw.len()), 0);
-        self
-    }
-    pub fn finish(self) -> Vec<u8> {
-        self.0
-    }
-}
-
-pub(crate) struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    pub fn new(bytes: &'a [u8]) -> Self {
-        Self(bytes)
-    }
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let (head, rest) = self.0.split_at(N);
-        self.0 = rest;
-        head.try_into().expect("split_at returned N bytes")
-    }
-    pub fn u8(&mut self) -> u8 {
-        self.take::<1>()[0]
-    }
-    pub fn u32(&mut self) -> u32 {
-        u32::from_be_bytes(self.take())
-    }
-    pub fn u64(&mut self) -> u64 {
-        u64::from_be_bytes(self.take())
-    }
-    pub fn u128(&mut self) -> u128 {
-        u128::from_be_bytes(self.take())
-    }
-    pub fn array<const N: usize>(&mut self) -> [u8; N] {
-        self.take()
-    }
-    pub fn principal(&mut self) -> Principal {
-        let len = self.u8() as usize;
-        let raw: [u8; PRINCIPAL_MAX] = self.take();
-        Principal::from_slice(&raw[..len.min(PRINCIPAL_MAX)])
-    }
-}
-
-pub(crate) const PRINCIPAL_MAX: usize = 29;
-pub(crate) const PRINCIPAL_BYTES: usize = 1 + PRINCIPAL_MAX;
-
-macro_rules! fixed_storable {
-    ($ty:ty, $size:expr, |$s:ident| $encode:expr, |$r:ident| $decode:expr) => {
-        impl Storable for $ty {
-            fn to_bytes(&self) -> Cow<'_, [u8]> {
-                let $s = self;
-                Cow::Owned($encode)
-            }
-            fn into_bytes(self) -> Vec<u8> {
-                let $s = &self;
-                $encode
-            }
-            fn from_bytes(bytes: Cow<[u8]>) -> Self {
-                let mut $r = Reader::new(bytes.as_ref());
-                $decode
-            }
-            const BOUND: Bound = Bound::Bounded { max_size: $size, is_fixed_size: true };
-        }
-    };
-}
-pub(crate) use fixed_storable;
 
 /// A message id as a stable-map key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -233,23 +136,6 @@ fixed_storable!(
     |r| SenderUsage { pending_messages: r.u64(), pending_bytes: r.u64() }
 );
 
-/// A payload or reply. Unbounded: its size is checked by `enqueue`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Blob(pub Vec<u8>);
-
-impl Storable for Blob {
-    fn to_bytes(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.0)
-    }
-    fn into_bytes(self) -> Vec<u8> {
-        self.0
-    }
-    fn from_bytes(bytes: Cow<[u8]>) -> Self {
-        Blob(bytes.into_owned())
-    }
-    const BOUND: Bound = Bound::Unbounded;
-}
-
 /// A unit value for set-like maps (ic-stable-structures' own `()`: zero bytes).
 pub type Present = ();
 
@@ -260,25 +146,14 @@ pub(crate) mod golden {
     //! version instead of editing a format.
     use super::*;
 
+    pub use async_flow_client::storage::assert_golden;
+
     pub fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     pub fn principal() -> Principal {
         Principal::from_text("ryjl3-tyaaa-aaaaa-aaaba-cai").unwrap()
-    }
-
-    pub fn assert_golden<T: Storable + PartialEq + std::fmt::Debug + Clone>(value: T, expected_hex: &str) {
-        let bytes = value.to_bytes().into_owned();
-        assert_eq!(hex(&bytes), expected_hex, "format of {value:?} changed");
-        assert_eq!(T::from_bytes(Cow::Owned(bytes.clone())), value);
-        if let Bound::Bounded { max_size, is_fixed_size } = T::BOUND {
-            assert!(bytes.len() as u32 <= max_size);
-            if is_fixed_size {
-                assert_eq!(bytes.len() as u32, max_size);
-            }
-        }
-        assert_eq!(value.into_bytes(), bytes);
     }
 
     #[test]
@@ -304,7 +179,6 @@ pub(crate) mod golden {
     fn should_keep_counter_formats() {
         assert_golden(TargetCounters { in_flight: 2, queued: 3 }, "000000020000000000000003");
         assert_golden(SenderUsage { pending_messages: 1, pending_bytes: 256 }, "00000000000000010000000000000100");
-        assert_golden(Blob(vec![1, 2, 3]), "010203");
     }
 
     #[test]

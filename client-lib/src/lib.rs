@@ -32,7 +32,7 @@ mod msg_id;
 pub mod protocol;
 pub mod receiver;
 pub mod sender;
-mod storage;
+pub mod storage;
 mod timer;
 
 pub use broker_api::*;

@@ -220,10 +220,7 @@ impl<M: Memory> Broker<M> {
             }
             None => None,
         };
-        let usage = self.senders.get(&PrincipalKey(caller)).unwrap_or_default();
-        if usage.pending_messages >= self.config.max_pending_per_sender
-            || usage.pending_bytes + size > self.config.max_pending_bytes_per_sender
-        {
+        if let Some(usage) = self.quota_exceeded(caller, size) {
             return Err(EnqueueError::SenderQuotaExceeded {
                 pending_messages: usage.pending_messages,
                 pending_bytes: usage.pending_bytes,
@@ -506,10 +503,7 @@ impl<M: Memory> Broker<M> {
         {
             return Err(ManageError::InvalidState { state: rec.state });
         }
-        let usage = self.senders.get(&PrincipalKey(rec.sender)).unwrap_or_default();
-        if usage.pending_messages >= self.config.max_pending_per_sender
-            || usage.pending_bytes + rec.payload_len as u64 > self.config.max_pending_bytes_per_sender
-        {
+        if self.quota_exceeded(rec.sender, rec.payload_len as u64).is_some() {
             return Err(ManageError::Busy);
         }
         self.drop_reply(msg_id);
@@ -1000,6 +994,14 @@ impl<M: Memory> Broker<M> {
         if let Some(Blob(b)) = self.replies.remove(&IdKey(id)) {
             self.state.stored_bytes -= b.len() as u64;
         }
+    }
+
+    /// The sender's usage, if one more pending message of `size` bytes would exceed its quota.
+    fn quota_exceeded(&self, sender: Principal, size: u64) -> Option<SenderUsage> {
+        let usage = self.senders.get(&PrincipalKey(sender)).unwrap_or_default();
+        (usage.pending_messages >= self.config.max_pending_per_sender
+            || usage.pending_bytes + size > self.config.max_pending_bytes_per_sender)
+            .then_some(usage)
     }
 
     fn authorized_record(

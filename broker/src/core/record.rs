@@ -1,11 +1,9 @@
 //! The fixed-size record of one message: everything but its payload.
 
-use crate::storage::{fixed_storable, Reader, Writer, PRINCIPAL_BYTES};
+use crate::storage::{Writer, PRINCIPAL_BYTES};
+use async_flow_client::fixed_storable;
 use async_flow_client::{DeliveryError, MessageState, SenderNotification};
 use candid::Principal;
-use ic_stable_structures::storable::Bound;
-use ic_stable_structures::Storable;
-use std::borrow::Cow;
 
 /// The state of one message. About 140 bytes, rewritten on every transition;
 /// the payload and the reply live in their own maps.
@@ -199,6 +197,8 @@ fixed_storable!(
 mod tests {
     use super::*;
     use crate::storage::golden::{assert_golden, principal};
+    use ic_stable_structures::Storable;
+    use std::borrow::Cow;
 
     fn sample() -> MessageRecord {
         MessageRecord {

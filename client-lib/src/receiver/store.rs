@@ -9,7 +9,8 @@
 //!
 //! Memory ids are never reused.
 
-use crate::storage::{fixed_storable, Writer, PRINCIPAL_BYTES};
+use crate::fixed_storable;
+use crate::storage::{Writer, PRINCIPAL_BYTES};
 use crate::MsgId;
 use candid::Principal;
 

@@ -9,7 +9,8 @@
 //!
 //! Memory ids are never reused.
 
-use crate::storage::{fixed_storable, Writer};
+use crate::fixed_storable;
+use crate::storage::Writer;
 use crate::MsgId;
 
 /// The ids of the sender's virtual memories. Never reuse a number.
