@@ -3,20 +3,22 @@
 # their exports, and the simulation over many seeds with faults on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$SECONDS
+phase() { echo "== $1 (at $((SECONDS - started)) s)"; }
 source scripts/lib.sh
 ensure_wasm_target
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-echo "== cargo fmt"
+phase "cargo fmt"
 cargo fmt --all -- --check
 
-echo "== cargo clippy"
+phase "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
-echo "== wasm builds"
+phase "wasm builds"
 scripts/build.sh
 
-echo "== tests"
+phase "tests"
 export ASYNC_FLOW_REQUIRE_WASM=1
 if [ "$(test_runner)" = nextest ]; then
   cargo nextest run --locked --workspace --no-fail-fast
@@ -33,3 +35,4 @@ if [ -n "${POCKET_IC_BIN:-}" ]; then
 else
   echo "== PocketIC tests SKIPPED: POCKET_IC_BIN is not set (the simulation covers behaviour here)"
 fi
+echo "scripts/test.sh passed in $((SECONDS - started)) s"

@@ -185,6 +185,8 @@ mod tests {
     use super::*;
     use crate::storage::golden::{assert_golden, hex};
 
+    const CONFIG_GOLDEN_HEX: &str = "4449444c036c0fbae0dc4e788afe83e70278bdf086fc04798e86a2cb0678de89cbef0678cceaa7a7087d8d9faeb20878c7d38289090181b6f6920979eb92f1c00979a590b7d90a79c3898ed00b79e7d38af60b799fffab820e78fcad95bb0f796e026d68010010270000000000000000000004000000640000000000001000000000805101000000000000404b4c0000000000000a0000004a0100000a000000640000002c01000080841e0000000000f4010000";
+
     #[test]
     fn should_keep_broker_state_format() {
         let mut state =
@@ -208,11 +210,11 @@ mod tests {
 
     #[test]
     fn should_keep_config_format() {
-        // Candid: adding an `opt` field later still decodes this.
+        // Candid: a later `opt` field still decodes these bytes; changing a
+        // field's type would not, and fails here first.
         let bytes = StoredConfig(default_config()).to_bytes().into_owned();
-        let decoded = StoredConfig::from_bytes(Cow::Owned(bytes.clone()));
-        assert_eq!(decoded.0, default_config());
-        assert_eq!(&hex(&bytes)[..8], "4449444c", "the config cell holds a Candid message");
+        assert_eq!(hex(&bytes), CONFIG_GOLDEN_HEX, "format of the stored Config changed");
+        assert_eq!(StoredConfig::from_bytes(Cow::Owned(bytes)).0, default_config());
     }
 
     #[test]
